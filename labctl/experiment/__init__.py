@@ -1,0 +1,1 @@
+"""Experiments: specs, the run matrix, the runner and the run store."""

@@ -1,0 +1,1 @@
+"""Building the workloads once, content-addressed, and deploying them to hosts."""
