@@ -14,7 +14,8 @@ BIN   := $(ROOT)/build/bin
 GO          ?= go
 GOFLAGS_REL := -trimpath -buildvcs=false -ldflags=-buildid=
 CARGO       ?= cargo
-RUSTFLAGS_REL := --remap-path-prefix=$(ROOT)=/labctl
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+RUSTFLAGS_REL := --remap-path-prefix=$(ROOT)=/labctl --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
 CXX         ?= g++
 CXXFLAGS_REL := -std=c++20 -O2 -Wall -Wextra -Werror -pthread \
                 -ffile-prefix-map=$(ROOT)=/labctl -fno-ident

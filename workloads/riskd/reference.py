@@ -167,6 +167,9 @@ def build_requests() -> list[bytes]:
     # Ever-larger accounts ids including u64 max.
     add(MASK, 2**32 - 1, 12345, "ZZ", MASK, MASK)
     add(MASK, 2**32 - 1, 54321, "ZZ", MASK, MASK)
+    # Timestamps near 2^64: the window comparisons must not wrap around.
+    for j in range(4):
+        add(2**40 + 1, 9, 777 + j, "FR", 5, MASK - j * 30000)
     return reqs
 
 

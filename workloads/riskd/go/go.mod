@@ -1,0 +1,3 @@
+module labctl/workloads/riskd
+
+go 1.22
