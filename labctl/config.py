@@ -53,7 +53,9 @@ class SettingSpec:
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("data_dir", "local state, run store, SQLite bookings", _xdg_data),
     SettingSpec("inventory", "default inventory when -i is not given (e.g. the lab's)"),
-    SettingSpec("booking_url", "SQLAlchemy URL of the booking store (default: SQLite in data_dir)", flag=False),
+    SettingSpec(
+        "booking_url", "SQLAlchemy URL of the booking store (default: SQLite in data_dir)", flag=False
+    ),
     SettingSpec("owner", "booking owner", lambda: getpass.getuser()),
     SettingSpec("booking_margin", "cleaning margin between consecutive bookings, e.g. 15m", "0s"),
     SettingSpec("teardown_grace", "how long after a booking's end its owner may still tear down", "2h"),
@@ -67,8 +69,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("influx_password", "InfluxDB 1.x password", secret=True, flag=False),
     SettingSpec("noise_threshold", "relative difference below which results count as noise", 0.01),
     SettingSpec("forks", "parallel Ansible forks", 16),
-    SettingSpec("test_pause_after_first_write", "TEST ONLY: seconds to pause after the first knob write", 0.0,
-                flag=False),
+    SettingSpec(
+        "test_pause_after_first_write",
+        "TEST ONLY: seconds to pause after the first knob write",
+        0.0,
+        flag=False,
+    ),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -138,7 +144,10 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
         if not p.is_file():
             raise InputError("config file named by LABCTL_CONFIG does not exist", file=str(p))
         return p
-    for p in (Path("labctl.yaml"), Path(env.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "labctl" / "labctl.yaml"):
+    for p in (
+        Path("labctl.yaml"),
+        Path(env.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "labctl" / "labctl.yaml",
+    ):
         if p.is_file():
             return p
     return None
@@ -156,8 +165,9 @@ def _load_file(path: Path | None) -> tuple[dict[str, Any], bool]:
     for key in data:
         base = key[:-5] if isinstance(key, str) and key.endswith("_file") else key
         if base not in SPEC_BY_NAME:
-            raise InputError(f"unknown setting (known: {', '.join(sorted(SPEC_BY_NAME))})",
-                             file=str(path), key=str(key))
+            raise InputError(
+                f"unknown setting (known: {', '.join(sorted(SPEC_BY_NAME))})", file=str(path), key=str(key)
+            )
     return data, _is_private(path)
 
 
@@ -183,7 +193,9 @@ def load_settings(
             sources[spec.name] = "file"
         elif spec.name in file_values:
             if spec.secret and not file_private:
-                raise InputError("secrets may only be kept in a file of mode 0600", file=str(path), key=spec.name)
+                raise InputError(
+                    "secrets may only be kept in a file of mode 0600", file=str(path), key=spec.name
+                )
             values[spec.name], sources[spec.name] = file_values[spec.name], f"config:{path}"
         elif spec.secret and spec.name + "_file" in file_values:
             values[spec.name] = _read_secret_file(Path(file_values[spec.name + "_file"]), spec.name + "_file")

@@ -126,16 +126,33 @@ class ResultBuilder:
                 h.unreachable, h.ok = True, False
                 h.msg = h.msg or "unreachable"
 
-    def build(self, playbook: str, status: str, rc: int, artifacts: Path, elapsed: float, check: bool,
-              expected: list[str]) -> PlaybookResult:
+    def build(
+        self,
+        playbook: str,
+        status: str,
+        rc: int,
+        artifacts: Path,
+        elapsed: float,
+        check: bool,
+        expected: list[str],
+    ) -> PlaybookResult:
         for name in expected:
             if name not in self.hosts:
                 h = self.host(name)
                 if status != "successful":
                     h.ok, h.failed = False, True
                     h.msg = f"playbook ended '{status}' before this host reported"
-        return PlaybookResult(playbook, status, rc, dict(sorted(self.hosts.items())), artifacts,
-                              self.facts, self.returns, elapsed, check)
+        return PlaybookResult(
+            playbook,
+            status,
+            rc,
+            dict(sorted(self.hosts.items())),
+            artifacts,
+            self.facts,
+            self.returns,
+            elapsed,
+            check,
+        )
 
 
 def run_playbook(
@@ -209,6 +226,12 @@ def run_playbook(
         settings={"suppress_ansible_output": True},
     )
     builder.apply_stats(runner.stats)
-    return builder.build(playbook, runner.status, int(runner.rc or 0), private / "artifacts",
-                         time.monotonic() - started, check, hosts)
-
+    return builder.build(
+        playbook,
+        runner.status,
+        int(runner.rc or 0),
+        private / "artifacts",
+        time.monotonic() - started,
+        check,
+        hosts,
+    )

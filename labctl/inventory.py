@@ -68,9 +68,17 @@ class Host:
 
     def connection(self) -> dict[str, Any]:
         """What is needed to reach this host again without the inventory (kept in local state)."""
-        keep = ("ansible_host", "ansible_port", "ansible_user", "ansible_connection",
-                "ansible_ssh_private_key_file", "ansible_ssh_common_args", "ansible_become",
-                "ansible_python_interpreter", "labctl_known_hosts")
+        keep = (
+            "ansible_host",
+            "ansible_port",
+            "ansible_user",
+            "ansible_connection",
+            "ansible_ssh_private_key_file",
+            "ansible_ssh_common_args",
+            "ansible_become",
+            "ansible_python_interpreter",
+            "labctl_known_hosts",
+        )
         return {k: self.vars[k] for k in keep if k in self.vars}
 
 
@@ -96,7 +104,8 @@ class Inventory:
             else:
                 raise InputError(
                     f"unknown host or group {name!r} in --limit (inventory has: {', '.join(sorted(self.hosts))})",
-                    file=str(self.path), host=name,
+                    file=str(self.path),
+                    host=name,
                 )
             chosen.extend(n for n in names if n not in chosen)
         return [self.hosts[n] for n in chosen]
@@ -112,15 +121,21 @@ def load_inventory(path: str | Path) -> Inventory:
         raise InputError("inventory file does not exist", file=str(p))
     if p.is_file() and not os.access(p, os.R_OK):
         raise InputError("inventory file is not readable", file=str(p))
-    env = ansible_env({
-        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-    })
+    env = ansible_env(
+        {
+            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+            "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        }
+    )
     proc = subprocess.run(
         [ansible_bin("ansible-inventory"), "-i", str(p.resolve()), "--list"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     if proc.returncode != 0:
         msg = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())[-600:]
@@ -148,5 +163,7 @@ def load_inventory(path: str | Path) -> Inventory:
     names = set(hostvars) | {h for members in groups.values() for h in members}
     if not names:
         raise InputError("inventory defines no hosts", file=str(p))
-    hosts = {n: Host(n, dict(hostvars.get(n, {})), sorted(g for g, m in groups.items() if n in m)) for n in names}
+    hosts = {
+        n: Host(n, dict(hostvars.get(n, {})), sorted(g for g, m in groups.items() if n in m)) for n in names
+    }
     return Inventory(path=p.resolve(), hosts=hosts, groups=groups)

@@ -49,8 +49,12 @@ class AnsibleProgress:
             self.live.__exit__(None, None, None)
 
     def _table(self) -> Table:
-        t = Table(title=f"{self.title} — {time.monotonic() - self.started:.0f}s", title_justify="left",
-                  box=None, pad_edge=False)
+        t = Table(
+            title=f"{self.title} — {time.monotonic() - self.started:.0f}s",
+            title_justify="left",
+            box=None,
+            pad_edge=False,
+        )
         for col in ("host", "task", "ok", "changed", "state"):
             t.add_column(col)
         for name, r in self.rows.items():

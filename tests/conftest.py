@@ -39,12 +39,21 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-def run_labctl(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None) -> CliResult:
+def run_labctl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None
+) -> CliResult:
     """Run the installed ``labctl`` as a user would (a real process, real exit code)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    proc = subprocess.run([str(LABCTL), *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, cwd=cwd or ROOT, check=False)
+    proc = subprocess.run(
+        [str(LABCTL), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+        check=False,
+    )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -53,8 +53,15 @@ def json_option(f: F) -> F:
             ctx.ensure_object(dict)["json"] = True
         return value
 
-    return click.option("--json", "json_out", is_flag=True, expose_value=False, is_eager=True,
-                        callback=cb, help="Print one JSON document on stdout (logs go to stderr).")(f)
+    return click.option(
+        "--json",
+        "json_out",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=cb,
+        help="Print one JSON document on stdout (logs go to stderr).",
+    )(f)
 
 
 def pass_app(f: F) -> F:
@@ -72,13 +79,25 @@ def host_options(check: bool = True) -> Callable[[F], F]:
     """-i/--inventory, --limit, --booking, and --check for commands that touch hosts."""
 
     def deco(f: F) -> F:
-        f = click.option("--booking", "booking_id", default=None,
-                         help="Booking to act under (default: the caller's active booking).")(f)
+        f = click.option(
+            "--booking",
+            "booking_id",
+            default=None,
+            help="Booking to act under (default: the caller's active booking).",
+        )(f)
         f = click.option("--limit", "-l", default=None, help="Comma-separated hosts or groups.")(f)
-        f = click.option("-i", "--inventory", "inventory", type=click.Path(path_type=Path), default=None,
-                         help="Inventory file (default: the 'inventory' setting).")(f)
+        f = click.option(
+            "-i",
+            "--inventory",
+            "inventory",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Inventory file (default: the 'inventory' setting).",
+        )(f)
         if check:
-            f = click.option("--check", is_flag=True, help="Dry run: show what would change, change nothing.")(f)
+            f = click.option(
+                "--check", is_flag=True, help="Dry run: show what would change, change nothing."
+            )(f)
         return f
 
     return deco

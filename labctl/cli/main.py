@@ -56,14 +56,22 @@ class LazyGroup(click.Group):
 
 def _settings_options(f: Any) -> Any:
     for spec in reversed([s for s in SPECS if s.flag and not s.secret]):
-        f = click.option(spec.option, spec.name, default=None, show_default=False,
-                         help=f"{spec.help} [env {spec.env}]")(f)
+        f = click.option(
+            spec.option, spec.name, default=None, show_default=False, help=f"{spec.help} [env {spec.env}]"
+        )(f)
     return f
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
-              help="labctl.yaml to read settings from [env LABCTL_CONFIG].")
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="labctl.yaml to read settings from [env LABCTL_CONFIG].",
+)
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON document on stdout.")
 @_settings_options
 @click.version_option(__version__, prog_name="labctl")
@@ -86,7 +94,9 @@ def cli(ctx: click.Context, config_file: Path | None, json_out: bool, **flags: A
     def make_app() -> App:
         # settings are resolved on first use so that --help never fails on a bad labctl.yaml
         if "app" not in cache:
-            cache["app"] = App(settings=load_settings(flags, config_file), json_mode=bool(ctx.obj.get("json")))
+            cache["app"] = App(
+                settings=load_settings(flags, config_file), json_mode=bool(ctx.obj.get("json"))
+            )
         return cache["app"]
 
     ctx.meta["labctl.app"] = make_app

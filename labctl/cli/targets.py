@@ -8,8 +8,9 @@ from labctl.cli.common import App, resolve_inventory
 from labctl.inventory import Host, Inventory, load_inventory
 
 
-def target_hosts(app: App, inventory: Path | None, limit: str | None, booking_id: str | None,
-                 command: str) -> tuple[Inventory, list[Host]]:
+def target_hosts(
+    app: App, inventory: Path | None, limit: str | None, booking_id: str | None, command: str
+) -> tuple[Inventory, list[Host]]:
     """Load the inventory, select hosts by --limit, and refuse (exit 3) without a needed booking."""
     inv = load_inventory(resolve_inventory(app, inventory))
     hosts = inv.select(limit)

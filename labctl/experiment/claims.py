@@ -35,10 +35,15 @@ METRICS: dict[str, str] = {
     "rss_mb": "peak resident set (VmHWM), MiB",
 }
 
-_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-                    r"\[(?P<var>[A-Za-z0-9_.+-]+)\]|(?P<op>>=|<=|[-+*/()<>]))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"\[(?P<var>[A-Za-z0-9_.+-]+)\]|(?P<op>>=|<=|[-+*/()<>]))"
+)
 _CMP: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
 }
 
 
@@ -93,12 +98,13 @@ class Claim:
 
 
 def _tokenize(text: str) -> list[tuple[str, str, str | None]]:
-    pos, out = 0, []
+    pos = 0
+    out: list[tuple[str, str, str | None]] = []
     text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise ClaimSyntaxError(f"unexpected text at column {pos + 1}: {text[pos:pos + 12]!r}")
+            raise ClaimSyntaxError(f"unexpected text at column {pos + 1}: {text[pos : pos + 12]!r}")
         if m.group("num"):
             out.append(("num", m.group("num"), None))
         elif m.group("name"):

@@ -209,8 +209,9 @@ class Experiment(_Strict):
         if self.quick.variants:
             keep = set(self.quick.variants) | {self.baseline}
             data["variants"] = [v for v in data["variants"] if v["name"] in keep]
-            data["claims"] = [c for c in data["claims"]
-                              if all(r.variant in keep for r in parse_claim(c["expect"]).refs())]
+            data["claims"] = [
+                c for c in data["claims"] if all(r.variant in keep for r in parse_claim(c["expect"]).refs())
+            ]
         labels = [rate_label(r) for r in data["load"]["rates"]]
         for c in data["claims"]:
             if c.get("rate") not in (None, *labels):
@@ -246,7 +247,7 @@ def rate_label(r: Any) -> str:
     return f"{round(v * 100, 2):g}%" if kind == "fraction" else f"{v:g}rps"
 
 
-def _loc(err: dict[str, Any]) -> str:
+def _loc(err: Any) -> str:
     return ".".join(str(p) for p in err["loc"]) or "(top level)"
 
 

@@ -43,8 +43,12 @@ class Artifact:
 
 
 def _version(argv: list[str]) -> str | None:
-    exe = shutil.which(argv[0], path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/go/bin",
-                                                      str(Path.home() / ".cargo/bin")]))
+    exe = shutil.which(
+        argv[0],
+        path=os.pathsep.join(
+            [os.environ.get("PATH", ""), "/usr/local/go/bin", str(Path.home() / ".cargo/bin")]
+        ),
+    )
     if not exe:
         return None
     try:
@@ -67,8 +71,13 @@ def toolchain_versions() -> dict[str, str | None]:
 
 
 def build_flags(source_root: Path) -> dict[str, str]:
-    out = subprocess.run(["make", "-s", "-C", str(source_root), "build-flags"], capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = subprocess.run(
+        ["make", "-s", "-C", str(source_root), "build-flags"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     flags = {}
     for line in out.stdout.splitlines():
         if "=" in line:
@@ -80,15 +89,21 @@ def build_flags(source_root: Path) -> dict[str, str]:
 def build_workloads(source_root: Path, log: Path | None = None) -> dict[str, Path]:
     """Run ``make workloads`` in ``source_root``; return the built binaries by name."""
     started = time.monotonic()
-    proc = subprocess.run(["make", "-C", str(source_root), "workloads"], capture_output=True, text=True,
-                          timeout=1800, check=False)
+    proc = subprocess.run(
+        ["make", "-C", str(source_root), "workloads"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise EnvironmentProblem(f"building the workloads failed ({time.monotonic() - started:.0f}s): "
-                                 + " | ".join(tail))
+        raise EnvironmentProblem(
+            f"building the workloads failed ({time.monotonic() - started:.0f}s): " + " | ".join(tail)
+        )
     out = {}
     for name in WORKLOAD_BINARIES:
         p = source_root / "build" / "bin" / name
@@ -124,8 +139,9 @@ class ArtifactStore:
         index = read_json(self.index_path, {})
         entries = index.setdefault(name, [])
         if not any(e["sha256"] == digest for e in entries):
-            entries.append({"sha256": digest, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            **meta})
+            entries.append(
+                {"sha256": digest, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}
+            )
             atomic_write_json(self.index_path, index)
         return Artifact(name, digest, str(dest), dest.stat().st_size)
 

@@ -33,18 +33,36 @@ def needs_deploy(settings: Settings, hosts: list[Host], artifacts: dict[str, Art
     return [h for h in hosts if any(deployed_hashes(settings, h.name).get(n) != d for n, d in want.items())]
 
 
-def deploy(settings: Settings, inv: Inventory, hosts: list[Host], artifacts: dict[str, Artifact], *,
-           check: bool = False, on_event: EventSink | None = None) -> PlaybookResult:
+def deploy(
+    settings: Settings,
+    inv: Inventory,
+    hosts: list[Host],
+    artifacts: dict[str, Artifact],
+    *,
+    check: bool = False,
+    on_event: EventSink | None = None,
+) -> PlaybookResult:
     """Copy ``artifacts`` to ``hosts`` with sha256 verification and record them in local state."""
     names = [h.name for h in hosts]
     extravars = {
-        "workloads_artifacts": [{"name": a.name, "src": a.path, "sha256": a.sha256} for a in artifacts.values()],
+        "workloads_artifacts": [
+            {"name": a.name, "src": a.path, "sha256": a.sha256} for a in artifacts.values()
+        ],
         "workloads_arch": platform.machine(),
     }
     if not check:
         remember_hosts(settings, hosts, inv.path)
-    result = run_playbook("deploy.yml", inv.path, data_dir=settings.data_dir, hosts=names, limit=",".join(names),
-                          extravars=extravars, check=check, forks=settings.forks, on_event=on_event)
+    result = run_playbook(
+        "deploy.yml",
+        inv.path,
+        data_dir=settings.data_dir,
+        hosts=names,
+        limit=",".join(names),
+        extravars=extravars,
+        check=check,
+        forks=settings.forks,
+        on_event=on_event,
+    )
     if check:
         return result
     store = StateStore(settings.data_dir)
@@ -57,8 +75,9 @@ def deploy(settings: Settings, inv: Inventory, hosts: list[Host], artifacts: dic
         def change(doc: dict[str, Any], root: str = root) -> None:
             doc["deployed"] = {
                 "root": root,
-                "artifacts": {a.name: {"path": f"{root}/bin/{a.name}", "sha256": a.sha256}
-                              for a in artifacts.values()},
+                "artifacts": {
+                    a.name: {"path": f"{root}/bin/{a.name}", "sha256": a.sha256} for a in artifacts.values()
+                },
             }
 
         store.update(name, change)

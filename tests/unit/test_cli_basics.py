@@ -10,8 +10,20 @@ from tests.conftest import run_labctl
 def test_help_lists_stage_commands() -> None:
     r = run_labctl("--help")
     assert r.code == 0
-    for cmd in ("doctor", "sandbox", "provision", "book", "tune", "deploy", "run", "report", "teardown",
-                "reproduce", "up", "ship"):
+    for cmd in (
+        "doctor",
+        "sandbox",
+        "provision",
+        "book",
+        "tune",
+        "deploy",
+        "run",
+        "report",
+        "teardown",
+        "reproduce",
+        "up",
+        "ship",
+    ):
         assert cmd in r.stdout
 
 

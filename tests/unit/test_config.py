@@ -87,8 +87,10 @@ def test_booking_url_default_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     assert s.public()["booking_url"] is None
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("4h", 14400), ("1h30m", 5400),
-                                                ("2d", 172800), ("120", 120), ("0.5h", 1800)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("4h", 14400), ("1h30m", 5400), ("2d", 172800), ("120", 120), ("0.5h", 1800)],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

@@ -15,7 +15,9 @@ def build() -> tuple[ResultBuilder, object]:
     for ev in DATA["events"]:
         b.feed(ev)
     b.apply_stats(DATA["stats"])
-    return b, b.build("pb.yml", DATA["status"], DATA["rc"], Path("/tmp/a"), 1.0, False, ["good", "bad", "gone"])
+    return b, b.build(
+        "pb.yml", DATA["status"], DATA["rc"], Path("/tmp/a"), 1.0, False, ["good", "bad", "gone"]
+    )
 
 
 def test_failed_unreachable_and_ok_hosts() -> None:
@@ -43,7 +45,11 @@ def test_host_that_never_reported_is_marked_when_play_failed() -> None:
 
 def test_ignored_failure_does_not_fail_host() -> None:
     b = ResultBuilder()
-    b.feed({"event": "runner_on_failed", "event_data": {"host": "h", "task": "t", "ignore_errors": True,
-                                                          "res": {"msg": "meh"}}})
+    b.feed(
+        {
+            "event": "runner_on_failed",
+            "event_data": {"host": "h", "task": "t", "ignore_errors": True, "res": {"msg": "meh"}},
+        }
+    )
     b.apply_stats({"ok": {"h": 1}, "changed": {}, "failures": {}, "dark": {}})
     assert b.hosts["h"].ok

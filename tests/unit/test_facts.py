@@ -6,7 +6,9 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("labctl_facts", ROOT / "roles/host_facts/library/labctl_facts.py")
+spec = importlib.util.spec_from_file_location(
+    "labctl_facts", ROOT / "roles/host_facts/library/labctl_facts.py"
+)
 assert spec and spec.loader
 facts = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(facts)
@@ -37,7 +39,9 @@ def test_cpuinfo_dual_socket_with_smt() -> None:
 
 
 def test_cpuinfo_vm_without_physical_id() -> None:
-    f = facts.parse_cpuinfo("processor\t: 0\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n")
+    f = facts.parse_cpuinfo(
+        "processor\t: 0\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
+    )
     assert f["sockets"] == 1 and f["logical_cpus"] == 2 and f["cores_per_socket"] == 2
 
 

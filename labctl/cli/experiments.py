@@ -1,0 +1,358 @@
+"""`labctl deploy`, `run`, `runs`, `report`, `compare`, `ship`, `up`, `reproduce`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from labctl.cli.common import App, host_options, hosts_table_doc, json_option, pass_app, print_host_results
+from labctl.cli.targets import target_hosts
+from labctl.experiment.runstore import RunStore
+from labctl.progress import AnsibleProgress
+
+VERDICT_STYLE = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
+
+
+def _verdict_table(app: App, verdicts: list[dict[str, Any]]) -> None:
+    t = Table(title="claims", title_justify="left")
+    for col in ("claim", "expectation", "value [95% CI]", "verdict", "reason"):
+        t.add_column(col, overflow="fold")
+    for v in verdicts:
+        ci = v.get("ci")
+        val = v.get("value")
+        shown = "—" if val is None else (f"{val:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
+        style = VERDICT_STYLE.get(v["verdict"], "white")
+        t.add_row(
+            v["claim"],
+            escape(v.get("expect", "")),
+            shown,
+            f"[{style}]{v['verdict']}[/]",
+            escape(v.get("reason", "")),
+        )
+    app.out.print(t)
+
+
+def _cells_table(app: App, results: dict[str, Any]) -> None:
+    t = Table(title="cells", title_justify="left")
+    for col in (
+        "variant",
+        "rate",
+        "rep",
+        "req rps",
+        "ach rps",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "err",
+        "gc max µs",
+        "rss MiB",
+        "status",
+    ):
+        t.add_column(col, justify="right" if col not in ("variant", "status") else "left")
+    for c in results.get("cells", []):
+        s = c.get("summary") or {}
+        srv = c.get("server") or {}
+        status = c.get("status", "?") + (" (saturated)" if c.get("saturated") else "")
+        rss = srv.get("rss_hwm_bytes")
+        t.add_row(
+            c["variant"],
+            c["rate"],
+            str(c["rep"]),
+            f"{c.get('rate_rps') or 0:.0f}",
+            f"{s.get('achieved_rps', 0):.0f}",
+            *(str(s.get(k, "—")) for k in ("p50_us", "p99_us", "p999_us", "max_us")),
+            str(int(s.get("errors", 0)) + int(s.get("timeouts", 0))) if s else "—",
+            str(srv.get("gc_pause_max_us", "—")),
+            f"{rss / 2**20:.0f}" if rss else "—",
+            status,
+        )
+    app.out.print(t)
+    for c in results.get("cells", []):
+        if c.get("error"):
+            app.err.print(f"[red]cell {c['cell_id']} failed:[/] {c['error']}")
+
+
+def _comparison_table(app: App, results: dict[str, Any]) -> None:
+    rows = results.get("comparisons") or []
+    if not rows:
+        return
+    t = Table(title=f"every variant against the baseline ({results.get('baseline')})", title_justify="left")
+    for col in ("rate", "metric", "variant", "ratio", "95% CI", "p", "verdict"):
+        t.add_column(col)
+    for r in rows:
+        ci = r.get("ci")
+        t.add_row(
+            r["rate"],
+            r["metric"],
+            r["variant"],
+            f"{r['ratio']:.3f}" if r.get("ratio") is not None else "—",
+            f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—",
+            f"{r['p_value']:.3g}" if r.get("p_value") is not None else "—",
+            r.get("verdict", ""),
+        )
+    app.out.print(t)
+
+
+@click.command("deploy")
+@host_options()
+@json_option
+@pass_app
+def deploy_cmd(
+    app: App, inventory: Path | None, limit: str | None, booking_id: str | None, check: bool
+) -> int:
+    """Build riskd (Go, Rust, C++) and the load generator once, and ship them (sha256-verified).
+
+    Re-deploying unchanged artifacts changes nothing.
+    """
+    from labctl.workloads.deploy import build, deploy
+
+    inv, hosts = target_hosts(app, inventory, limit, booking_id, "deploy")
+    app.info("building workloads (make workloads) …")
+    artifacts = build(app.settings)
+    with AnsibleProgress(
+        app.err, "deploy" + (" --check" if check else ""), [h.name for h in hosts]
+    ) as progress:
+        result = deploy(app.settings, inv, hosts, artifacts, check=check, on_event=progress)
+    if not app.json_mode:
+        print_host_results(app, f"deploy: {result.elapsed_s:.1f}s", result.hosts)
+        t = Table(title="artifacts", title_justify="left")
+        t.add_column("name")
+        t.add_column("sha256")
+        t.add_column("size")
+        for a in artifacts.values():
+            t.add_row(a.name, a.sha256, f"{a.size / 2**20:.1f} MiB")
+        app.out.print(t)
+    return app.finish(
+        {
+            "hosts": hosts_table_doc(result.hosts),
+            "check": check,
+            "artifacts": {n: a.to_json() for n, a in artifacts.items()},
+        },
+        ok=result.ok,
+    )
+
+
+def _run_doc(report: Any) -> dict[str, Any]:
+    o = report.outcome
+    failed = [c["cell_id"] for c in o.cells if c.get("status") != "ok"]
+    return {
+        "run_id": o.run_id,
+        "run_dir": str(o.run_dir),
+        "status": o.status,
+        "verdicts": report.verdicts,
+        "points_shipped": report.points_shipped,
+        "points_pending": report.points_pending,
+        "report": str(report.report_path) if report.report_path else None,
+        "cells": len(o.cells),
+        "failed_cells": failed,
+        "warnings": report.warnings,
+    }
+
+
+def _print_run(app: App, report: Any) -> None:
+    from labctl.experiment.runstore import RunStore
+
+    o = report.outcome
+    results = RunStore(app.settings.data_dir).results(o.run_dir)
+    _cells_table(app, results)
+    _comparison_table(app, results)
+    _verdict_table(app, report.verdicts)
+    app.out.print(
+        f"run {o.run_id}: {o.status}; points shipped {report.points_shipped}, pending {report.points_pending}"
+    )
+    if report.report_path:
+        app.out.print(f"report: {report.report_path}")
+    for w in report.warnings:
+        app.err.print(f"[yellow]warning:[/] {w}")
+
+
+def _run_code(report: Any) -> int:
+    o = report.outcome
+    if o.status == "interrupted":
+        return 130
+    return 0 if o.status == "completed" and all(c.get("status") == "ok" for c in o.cells) else 1
+
+
+@click.command("run")
+@click.argument("experiment", type=click.Path(path_type=Path))
+@host_options(check=False)
+@click.option("--quick", is_flag=True, help="A few seconds per cell, one repetition (demos, tests).")
+@json_option
+@pass_app
+def run_cmd(
+    app: App, experiment: Path, inventory: Path | None, limit: str | None, booking_id: str | None, quick: bool
+) -> int:
+    """Run EXPERIMENT (a YAML spec) on the inventory's hosts and report verdicts.
+
+    Deploys what is missing first. Every point is spooled before it is shipped.
+    """
+    from labctl.experiment.service import run_experiment
+    from labctl.experiment.spec import load_experiment
+
+    exp = load_experiment(experiment, quick=quick)
+    inv, hosts = target_hosts(app, inventory, limit, booking_id, "run")
+    with AnsibleProgress(app.err, "deploy", [h.name for h in hosts]) as progress:
+        report = run_experiment(
+            app.settings, exp, inv, hosts, spec_file=experiment, quick=quick, log=app.info, on_event=progress
+        )
+    if not app.json_mode:
+        _print_run(app, report)
+    else:
+        for w in report.warnings:
+            app.info(f"warning: {w}")
+    code = _run_code(report)
+    return app.finish(_run_doc(report), ok=code == 0, code=code)
+
+
+@click.command("runs")
+@json_option
+@pass_app
+def runs_cmd(app: App) -> int:
+    """List past runs (newest last), and which runs reproduce which."""
+    runs = RunStore(app.settings.data_dir).list()
+    rows = [
+        {
+            "run_id": m["run_id"],
+            "experiment": m["experiment"],
+            "status": m.get("status"),
+            "quick": m.get("quick"),
+            "started_at": m.get("started_at"),
+            "ended_at": m.get("ended_at"),
+            "reproduces": m.get("reproduces"),
+            "git": (m.get("git") or {}).get("commit"),
+        }
+        for m in runs
+    ]
+    if not app.json_mode:
+        t = Table(title=f"runs in {RunStore(app.settings.data_dir).root}", title_justify="left")
+        for col in ("run id", "experiment", "status", "started", "reproduces"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(
+                r["run_id"],
+                r["experiment"],
+                str(r["status"]) + (" (quick)" if r["quick"] else ""),
+                str(r["started_at"]),
+                r["reproduces"] or "",
+            )
+        app.out.print(t)
+    return app.finish({"runs": rows})
+
+
+@click.command("report")
+@click.argument("run")
+@click.option("--open", "open_browser", is_flag=True, help="Open report.html in a browser.")
+@json_option
+@pass_app
+def report_cmd(app: App, run: str, open_browser: bool) -> int:
+    """Recompute statistics and verdicts of RUN (id or directory) and rewrite its report.html."""
+    from labctl.experiment.service import analyze_and_report
+
+    store = RunStore(app.settings.data_dir)
+    run_dir = store.dir(run)
+    store.manifest(run_dir)
+    verdicts, path = analyze_and_report(app.settings, run_dir)
+    results = store.results(run_dir)
+    if not app.json_mode:
+        _cells_table(app, results)
+        _comparison_table(app, results)
+        _verdict_table(app, verdicts)
+        app.out.print(f"report: {path}")
+    if open_browser and path:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+    return app.finish(
+        {
+            "run_id": results.get("run_id"),
+            "run_dir": str(run_dir),
+            "verdicts": verdicts,
+            "comparisons": results.get("comparisons", []),
+            "stats": results.get("stats", {}),
+            "report": str(path) if path else None,
+        }
+    )
+
+
+@click.command("compare")
+@click.argument("run")
+@click.argument("other", required=False)
+@json_option
+@pass_app
+def compare_cmd(app: App, run: str, other: str | None) -> int:
+    """Every variant of RUN against its baseline; with OTHER, RUN against OTHER variant by variant."""
+    from labctl.analysis import compare_runs
+
+    store = RunStore(app.settings.data_dir)
+    a = store.dir(run)
+    if other is None:
+        results = store.results(a)
+        if not app.json_mode:
+            _comparison_table(app, results)
+            _verdict_table(app, results.get("verdicts", []))
+        return app.finish(
+            {
+                "run_id": results.get("run_id"),
+                "comparisons": results.get("comparisons", []),
+                "verdicts": results.get("verdicts", []),
+            }
+        )
+    b = store.dir(other)
+    doc = compare_runs(store.results(a), store.results(b), noise_threshold=app.settings.noise_threshold)
+    if not app.json_mode:
+        t = Table(title=f"{other} against {run}", title_justify="left")
+        for col in ("variant", "rate", "metric", "ratio", "95% CI", "p", "verdict"):
+            t.add_column(col)
+        for r in doc["rows"]:
+            ci = r.get("ci")
+            t.add_row(
+                r["variant"],
+                r["rate"],
+                r["metric"],
+                f"{r['ratio']:.3f}" if r.get("ratio") is not None else "—",
+                f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—",
+                f"{r['p_value']:.3g}" if r.get("p_value") is not None else "—",
+                r.get("verdict", ""),
+            )
+        app.out.print(t)
+    return app.finish(doc)
+
+
+@click.command("ship")
+@click.argument("run", required=False)
+@json_option
+@pass_app
+def ship_cmd(app: App, run: str | None) -> int:
+    """Send a run's pending points to InfluxDB (all runs with pending points when RUN is omitted).
+
+    Shipping twice creates no duplicates.
+    """
+    from labctl.errors import InputError
+    from labctl.experiment.service import ship_counts
+
+    if not app.settings.influx_url:
+        raise InputError(
+            "no InfluxDB configured: set LABCTL_INFLUX_URL (and LABCTL_INFLUX_API …)", key="influx_url"
+        )
+    store = RunStore(app.settings.data_dir)
+    dirs = [store.dir(run)] if run else [store.dir(m["run_id"]) for m in store.list()]
+    out = {}
+    ok = True
+    for d in dirs:
+        shipped, pending, error = ship_counts(app.settings, d, send=True)
+        out[d.name] = {"points_shipped": shipped, "points_pending": pending, "error": error}
+        ok = ok and pending == 0
+        if not app.json_mode:
+            msg = f"{d.name}: {shipped} shipped, {pending} pending" + (f" ({error})" if error else "")
+            app.out.print(msg)
+    doc: dict[str, Any] = {
+        "runs": out,
+        "points_shipped": sum(v["points_shipped"] for v in out.values()),
+        "points_pending": sum(v["points_pending"] for v in out.values()),
+    }
+    return app.finish(doc, ok=ok)
