@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("labctl.cli.experiments", "Compare variants of a run, or two runs."),
     "ship": ("labctl.cli.experiments", "Send a run's pending points to InfluxDB."),
     "up": ("labctl.cli.experiments", "provision -> tune -> deploy -> run -> report (--teardown to finish)."),
-    "reproduce": ("labctl.cli.experiments", "Re-run a past run from its manifest; say whether it holds."),
+    "reproduce": ("labctl.cli.reproduce", "Re-run a past run from its manifest; say whether it holds."),
 }
 
 
