@@ -356,3 +356,112 @@ def ship_cmd(app: App, run: str | None) -> int:
         "points_pending": sum(v["points_pending"] for v in out.values()),
     }
     return app.finish(doc, ok=ok)
+
+
+def _stage_doc(result: Any) -> dict[str, Any]:
+    return {"ok": result.ok, "hosts": hosts_table_doc(result.hosts), "elapsed_s": round(result.elapsed_s, 2)}
+
+
+@click.command("up")
+@click.argument("experiment", type=click.Path(path_type=Path))
+@host_options(check=False)
+@click.option(
+    "--profile", default=None, help="Tuning profile to apply before deploying (restored by --teardown)."
+)
+@click.option("--teardown", "do_teardown", is_flag=True, help="Finish with teardown (also after a failure).")
+@click.option("--quick", is_flag=True, help="A few seconds per cell, one repetition (demos, tests).")
+@json_option
+@pass_app
+def up_cmd(
+    app: App,
+    experiment: Path,
+    inventory: Path | None,
+    limit: str | None,
+    booking_id: str | None,
+    profile: str | None,
+    do_teardown: bool,
+    quick: bool,
+) -> int:
+    """provision -> tune (with --profile) -> deploy -> run -> report, and teardown with --teardown.
+
+    Every input (spec, profile, inventory, booking) is checked before any host is touched.
+    """
+    from labctl.experiment.service import run_experiment
+    from labctl.experiment.spec import load_experiment
+    from labctl.provision import provision
+    from labctl.tuning.profiles import load_profile
+    from labctl.tuning.targets import resolve_targets
+    from labctl.tuning.teardown import teardown
+    from labctl.tuning.tune import tune
+
+    exp = load_experiment(experiment, quick=quick)
+    prof = load_profile(profile) if profile else None
+    inv, hosts = target_hosts(app, inventory, limit, booking_id, "run")
+    names = [h.name for h in hosts]
+    stages: dict[str, Any] = {}
+    report = None
+    code = 1
+    try:
+        with AnsibleProgress(app.err, "provision", names) as progress:
+            prov = provision(app.settings, inv, hosts, on_event=progress)
+        stages["provision"] = _stage_doc(prov)
+        if not prov.ok:
+            app.info("provision failed: " + "; ".join(f"{n}: {m}" for n, m in prov.failures().items()))
+            return app.finish({"stages": stages, "hosts": stages["provision"]["hosts"]}, ok=False)
+        if prof is not None:
+            with AnsibleProgress(app.err, f"tune {profile}", names) as progress:
+                tuned = tune(app.settings, inv, hosts, prof, on_event=progress)
+            stages["tune"] = _stage_doc(tuned)
+            if not tuned.ok:
+                app.info("tune failed; see `labctl tune --show`")
+                return app.finish({"stages": stages, "hosts": stages["tune"]["hosts"]}, ok=False)
+        with AnsibleProgress(app.err, "deploy", names) as progress:
+            report = run_experiment(
+                app.settings,
+                exp,
+                inv,
+                hosts,
+                spec_file=experiment,
+                quick=quick,
+                log=app.info,
+                on_event=progress,
+            )
+        if report.deploy is not None:
+            stages["deploy"] = _stage_doc(report.deploy)
+        stages["run"] = {
+            "ok": _run_code(report) == 0,
+            "run_id": report.outcome.run_id,
+            "status": report.outcome.status,
+        }
+        code = _run_code(report)
+    finally:
+        if do_teardown:
+            with AnsibleProgress(app.err, "teardown", names) as progress:
+                td = teardown(
+                    app.settings, resolve_targets(app.settings, inv.path, ",".join(names)), on_event=progress
+                )
+            stages["teardown"] = _stage_doc(td)
+            if not td.ok:
+                code = code or 1
+                app.info(
+                    "teardown failed: " + "; ".join(f"{n}: {h.msg}" for n, h in td.hosts.items() if not h.ok)
+                )
+    assert report is not None
+    if not app.json_mode:
+        _print_run(app, report)
+        app.out.print(
+            "stages: " + ", ".join(f"{k} {'ok' if v.get('ok') else 'FAILED'}" for k, v in stages.items())
+        )
+    hosts_doc = {
+        n: {
+            "ok": all(s.get("hosts", {}).get(n, {}).get("ok", True) for s in stages.values()),
+            "changed": sum(s.get("hosts", {}).get(n, {}).get("changed", 0) for s in stages.values()),
+            "failed": any(s.get("hosts", {}).get(n, {}).get("failed", False) for s in stages.values()),
+            "unreachable": any(
+                s.get("hosts", {}).get(n, {}).get("unreachable", False) for s in stages.values()
+            ),
+            "msg": "; ".join(m for s in stages.values() if (m := s.get("hosts", {}).get(n, {}).get("msg"))),
+        }
+        for n in names
+    }
+    return app.finish({**_run_doc(report), "stages": stages, "hosts": hosts_doc}, ok=code == 0, code=code)
