@@ -121,7 +121,7 @@ def run_experiment(
     warnings = list(outcome.warnings)
     if pending and settings.influx_url:
         warnings.append(
-            f"{pending} points are not in InfluxDB yet (server down or failing); "
-            f"they are kept in the spool: `labctl ship {outcome.run_id}` sends them"
+            f"{pending} points pending: InfluxDB was down or failing; they are kept in the "
+            f"run's spool and `labctl ship {outcome.run_id}` sends them"
         )
     return RunReport(outcome, verdicts, shipped, pending, report, deployed, warnings)
