@@ -18,18 +18,31 @@ PERCENTILE_METRICS = {"p50_ms": 50.0, "p90_ms": 90.0, "p99_ms": 99.0, "p999_ms":
 
 @dataclass
 class Estimate:
-    """A metric's point value and how to draw bootstrap replicates of it."""
+    """A metric's point value and how to draw bootstrap replicates of it.
+
+    Estimators that resample the same units (``unit == "seconds"``: the measured seconds
+    of one variant at one rate) also offer ``from_weights``: given a (B × units)
+    multiplicity matrix they compute the replicates for that very draw. A claim naming
+    two such metrics of one variant (``p999_ms[go] / p50_ms[go]``) must use one draw
+    for both, or the replicates of the ratio lose the correlation between them.
+    """
 
     point: float | None
     replicate: Callable[[np.random.Generator, int], np.ndarray] | None = None
     units: int = 0
     missing: str | None = None  # why the metric is absent
+    unit: str | None = None  # what is resampled, when shared with other estimators
+    from_weights: Callable[[np.ndarray], np.ndarray] | None = None
 
-    def replicates(self, rng: np.random.Generator, b: int = B_DEFAULT) -> np.ndarray | None:
+    def replicates(
+        self, rng: np.random.Generator, b: int = B_DEFAULT, weights: np.ndarray | None = None
+    ) -> np.ndarray | None:
         if self.point is None:
             return None
         if self.replicate is None or self.units < 2:
             return np.full(b, self.point)
+        if weights is not None and self.from_weights is not None:
+            return self.from_weights(weights)
         return self.replicate(rng, b)
 
     def ci(self, rng: np.random.Generator, b: int = B_DEFAULT) -> list[float] | None:
@@ -67,13 +80,19 @@ class VariantRate:
             h = self.hist
             point = h.pooled_percentile(q)
 
-            def rep(rng: np.random.Generator, b: int) -> np.ndarray:
-                return np.asarray(h.pooled_percentile(q, resample_weights(h.n, b, rng))) / 1000.0
+            def from_w(w: np.ndarray) -> np.ndarray:
+                return np.asarray(h.pooled_percentile(q, w)) / 1000.0
 
-            return Estimate(float(point) / 1000.0, rep, h.n)
+            return Estimate(
+                float(point) / 1000.0,
+                lambda rng, b: from_w(resample_weights(h.n, b, rng)),
+                h.n,
+                unit="seconds",
+                from_weights=from_w,
+            )
         if metric == "achieved_rps":
             counts = self.hist.counts.sum(axis=1) if self.hist.n else np.zeros(0)
-            return _mean_estimate(counts, "no latency histogram was recorded")
+            return _mean_estimate(counts, "no latency histogram was recorded", unit="seconds")
         if metric == "errors":
             vals: list[int] = [
                 int((c.get("summary") or {}).get("errors", 0))
@@ -103,7 +122,11 @@ class VariantRate:
         if metric == "gc_cycles_per_s":
             if not self.gc_traced:
                 return Estimate(None, missing=f"{self.lang} has no garbage collector trace")
-            return _mean_estimate(np.asarray(self.gc_counts, dtype=float), "no measured seconds")
+            gcc = np.asarray(self.gc_counts, dtype=float)
+            # Same seconds as the latency histograms when every cell had a trace: share the draw.
+            return _mean_estimate(
+                gcc, "no measured seconds", unit="seconds" if gcc.size == self.hist.n else None
+            )
         if metric == "rss_mb":
             rss = [(c.get("server") or {}).get("rss_hwm_bytes") for c in self.cells]
             arr = np.asarray([v / 2**20 for v in rss if v], dtype=float)
@@ -111,11 +134,19 @@ class VariantRate:
         return Estimate(None, missing=f"unknown metric {metric}")
 
 
-def _mean_estimate(arr: np.ndarray, why: str) -> Estimate:
+def _mean_estimate(arr: np.ndarray, why: str, unit: str | None = None) -> Estimate:
     if arr.size == 0:
         return Estimate(None, missing=why)
+
+    def from_w(w: np.ndarray) -> np.ndarray:
+        return np.asarray(w @ arr / arr.size)
+
     return Estimate(
-        float(arr.mean()), lambda rng, b: rng.choice(arr, (b, arr.size)).mean(axis=1), int(arr.size)
+        float(arr.mean()),
+        lambda rng, b: from_w(resample_weights(arr.size, b, rng)),
+        int(arr.size),
+        unit=unit,
+        from_weights=from_w,
     )
 
 

@@ -32,7 +32,8 @@ class SecondHistograms:
         grid = np.unique(np.concatenate([v for v, _ in seconds])) if seconds else np.zeros(0)
         m = np.zeros((len(seconds), len(grid)))
         for i, (v, c) in enumerate(seconds):
-            m[i, np.searchsorted(grid, v)] += c
+            # add.at, not +=: a value listed twice in one second must count twice.
+            np.add.at(m[i], np.searchsorted(grid, v), c)
         return cls(grid, m)
 
     @property
@@ -91,8 +92,12 @@ def describe(xs: Any) -> dict[str, Any]:
         out["mad"] = float(sps.median_abs_deviation(a))
         q1, q3 = np.percentile(a, [25, 75])
         iqr = q3 - q1
-        out["outliers_mild"] = int(((a < q1 - 1.5 * iqr) | (a > q3 + 1.5 * iqr)).sum())
-        out["outliers_extreme"] = int(((a < q1 - 3 * iqr) | (a > q3 + 3 * iqr)).sum())
+        # Tukey: mild = between the inner (1.5×IQR) and outer (3×IQR) fences, extreme = beyond
+        # the outer fence; the two counts do not overlap.
+        extreme = (a < q1 - 3 * iqr) | (a > q3 + 3 * iqr)
+        beyond_inner = (a < q1 - 1.5 * iqr) | (a > q3 + 1.5 * iqr)
+        out["outliers_mild"] = int((beyond_inner & ~extreme).sum())
+        out["outliers_extreme"] = int(extreme.sum())
         out["unstable"] = bool(out["mean"] and sd >= 0.10 * abs(out["mean"]))
     return out
 
@@ -138,7 +143,7 @@ def interval(replicates: np.ndarray) -> list[float] | None:
 
 
 def significance(ratio: dict[str, Any], noise: float) -> str:
-    """'faster' / 'slower' (lower / higher), or 'no significant difference'.
+    """'lower' / 'higher' (the contender against the baseline), or 'no significant difference'.
 
     Significant only when p < 0.05 AND the whole interval lies beyond the noise band.
     """

@@ -1,7 +1,10 @@
 """Claim verdicts: supported / refuted / inconclusive, with the reason.
 
 The claim's expression is evaluated on the point estimates and on every bootstrap
-replicate (the same draw index across metrics). Supported when the whole 95 %
+replicate. Metrics of one variant that resample the same measured seconds use one
+and the same draw (replicate i of ``p999_ms[go]`` and of ``p50_ms[go]`` come from the
+same resampled seconds); different variants are independent samples and are drawn
+independently. Supported when the whole 95 %
 interval lies on the claim's side of the threshold, refuted when it lies entirely on
 the other side, inconclusive otherwise — or when a metric is missing or a cell the
 claim needs was saturated.
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from labctl.analysis.samples import VariantRate
-from labctl.analysis.stats import B_DEFAULT, interval
+from labctl.analysis.stats import B_DEFAULT, interval, resample_weights
 from labctl.experiment.claims import Claim, MissingMetric, Node, Num, Ref, evaluate, parse_claim
 
 # Metrics that measure queueing rather than the server once a cell is saturated.
@@ -62,6 +65,7 @@ def evaluate_claims(
         point: dict[tuple[str, str], float] = {}
         reps: dict[tuple[str, str], np.ndarray] = {}
         missing, saturated = [], []
+        draws: dict[tuple[str, str, int], np.ndarray] = {}  # (variant, unit, n) → shared weights
         for ref in claim.refs():
             vr = groups.get((ref.variant, rate)) if rate else None
             if vr is None:
@@ -74,7 +78,13 @@ def evaluate_claims(
                 missing.append(f"{ref.metric}[{ref.variant}]: {est.missing}")
                 continue
             point[(ref.metric, ref.variant)] = est.point
-            r = est.replicates(rng, B_DEFAULT)
+            w = None
+            if est.unit is not None and est.units >= 2:
+                key = (ref.variant, est.unit, est.units)
+                if key not in draws:
+                    draws[key] = resample_weights(est.units, B_DEFAULT, rng)
+                w = draws[key]
+            r = est.replicates(rng, B_DEFAULT, w)
             assert r is not None
             reps[(ref.metric, ref.variant)] = r
             ci = interval(r)

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from labctl.config import parse_duration
 from labctl.errors import InputError
@@ -27,7 +35,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _KeyedError(ValueError):
+    """A cross-field problem that knows which key it is about (pydantic reports () for those)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def _seconds(v: Any, what: str) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"{what} must be a duration like 30s or 2m")
     if isinstance(v, int | float):
         s = float(v)
     elif isinstance(v, str):
@@ -37,6 +55,17 @@ def _seconds(v: Any, what: str) -> float:
             raise ValueError(exc.message) from None
     else:
         raise ValueError(f"{what} must be a duration like 30s or 2m")
+    return s
+
+
+def _checked_seconds(v: Any, what: str) -> float:
+    """A duration (warm-ups may be 0, anything else must be > 0), checked on the field itself."""
+    s = _seconds(v, what)
+    if what.endswith("warmup"):
+        if s < 0:
+            raise ValueError(f"{what} must be >= 0")
+    elif s <= 0:
+        raise ValueError(f"{what} must be > 0")
     return s
 
 
@@ -99,14 +128,8 @@ class CapacitySpec(_Strict):
 
     @field_validator("duration", "warmup", mode="before")
     @classmethod
-    def _dur(cls, v: Any) -> float:
-        return _seconds(v, "capacity duration")
-
-    @model_validator(mode="after")
-    def _pos(self) -> CapacitySpec:
-        if self.duration <= 0 or self.warmup < 0:
-            raise ValueError("capacity duration must be > 0 and warmup >= 0")
-        return self
+    def _dur(cls, v: Any, info: ValidationInfo) -> float:
+        return _checked_seconds(v, f"capacity {info.field_name}")
 
 
 class LoadSpec(_Strict):
@@ -119,25 +142,22 @@ class LoadSpec(_Strict):
 
     @field_validator("duration", "warmup", mode="before")
     @classmethod
-    def _dur(cls, v: Any) -> float:
-        return _seconds(v, "duration")
+    def _dur(cls, v: Any, info: ValidationInfo) -> float:
+        return _checked_seconds(v, str(info.field_name))
 
-    @field_validator("rates")
+    @field_validator("rates", mode="before")
     @classmethod
-    def _rates(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise ValueError("at least one rate is needed")
-        for r in v:
-            parse_rate(r)
+    def _rates(cls, v: Any) -> Any:
+        # Before type coercion, so YAML's `yes` (True) or an empty item is not silently a rate of 1.
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("at least one rate is needed")
+            labels = [rate_label(r) for r in v]
+            dup = sorted({x for x in labels if labels.count(x) > 1})
+            if dup:
+                # The same rate twice would run its cells twice and pool them as one group.
+                raise ValueError(f"rates must be distinct ({', '.join(dup)} appears twice)")
         return v
-
-    @model_validator(mode="after")
-    def _positive(self) -> LoadSpec:
-        if self.duration <= 0:
-            raise ValueError("duration must be > 0")
-        if self.warmup < 0:
-            raise ValueError("warmup must be >= 0")
-        return self
 
     @property
     def relative(self) -> bool:
@@ -148,6 +168,15 @@ class Role(_Strict):
     host: str | None = None  # inventory host name; default: a host whose labctl_role fits, else the first
     numa_node: int | None = Field(None, ge=0)
     cpus: str | None = Field(None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+    @field_validator("cpus")
+    @classmethod
+    def _ranges(cls, v: str | None) -> str | None:
+        for part in (v or "").split(","):
+            lo, _, hi = part.partition("-")
+            if hi and int(hi) < int(lo):
+                raise ValueError(f"CPU range {part!r} runs backwards (write {hi}-{lo})")
+        return v
 
 
 class Placement(_Strict):
@@ -178,23 +207,37 @@ class Experiment(_Strict):
     quick: QuickSpec = QuickSpec()
 
     @model_validator(mode="after")
-    def _cross(self) -> Experiment:
+    def _cross(self, info: ValidationInfo) -> Experiment:
         names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError("variant names must be unique")
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise _KeyedError(f"variant names must be unique ({n!r} appears twice)", f"variants.{i}.name")
         if self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not a variant (variants: {', '.join(names)})")
+            raise _KeyedError(
+                f"baseline {self.baseline!r} is not a variant (variants: {', '.join(names)})", "baseline"
+            )
         labels = [rate_label(r) for r in self.load.rates]
-        for c in self.claims:
+        for i, c in enumerate(self.claims):
             for ref in c.claim.refs():
                 if ref.variant not in names:
-                    raise ValueError(f"claim {c.id}: unknown variant {ref.variant!r} in {c.expect!r}")
+                    raise _KeyedError(
+                        f"claim {c.id}: unknown variant {ref.variant!r} in {c.expect!r}", f"claims.{i}.expect"
+                    )
             if c.rate is not None and c.rate not in labels:
-                raise ValueError(f"claim {c.id}: rate {c.rate!r} is not one of the load rates {labels}")
+                raise _KeyedError(
+                    f"claim {c.id}: rate {c.rate!r} is not one of the load rates {labels}", f"claims.{i}.rate"
+                )
         if self.quick.variants:
             unknown = [v for v in self.quick.variants if v not in names]
             if unknown:
-                raise ValueError(f"quick.variants names unknown variants {unknown}")
+                raise _KeyedError(f"quick.variants names unknown variants {unknown}", "quick.variants")
+        if not (info.context or {}).get("quickened"):
+            # A broken quick section must fail now, naming quick.…, not later under --quick.
+            try:
+                self.quickened()
+            except ValidationError as exc:
+                key, msg = _describe(exc)
+                raise _KeyedError(f"with the quick overrides: {msg}", f"quick.{key}") from None
         return self
 
     def variant(self, name: str) -> Variant:
@@ -212,11 +255,14 @@ class Experiment(_Strict):
             data["claims"] = [
                 c for c in data["claims"] if all(r.variant in keep for r in parse_claim(c["expect"]).refs())
             ]
-        labels = [rate_label(r) for r in data["load"]["rates"]]
+        try:
+            labels = [rate_label(r) for r in data["load"]["rates"]]
+        except (TypeError, ValueError):
+            labels = []  # a bad quick rate: model_validate below reports it with its key
         for c in data["claims"]:
             if c.get("rate") not in (None, *labels):
                 c["rate"] = None
-        return Experiment.model_validate(data)
+        return Experiment.model_validate(data, context={"quickened": True})
 
 
 def parse_rate(r: Any) -> tuple[str, float]:
@@ -247,8 +293,16 @@ def rate_label(r: Any) -> str:
     return f"{round(v * 100, 2):g}%" if kind == "fraction" else f"{v:g}rps"
 
 
-def _loc(err: Any) -> str:
-    return ".".join(str(p) for p in err["loc"]) or "(top level)"
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    """(key path, message) of the first problem in a validation error."""
+    err = exc.errors()[0]
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _KeyedError):
+        return ctx_err.key, str(ctx_err)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return ".".join(str(p) for p in err["loc"]) or "(top level)", msg
 
 
 def load_experiment(path: str | Path, quick: bool = False) -> Experiment:
@@ -266,8 +320,5 @@ def load_experiment(path: str | Path, quick: bool = False) -> Experiment:
         exp = Experiment.model_validate(data)
         return exp.quickened() if quick else exp
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise InputError(msg, file=str(p), key=_loc(err)) from None
+        key, msg = _describe(exc)
+        raise InputError(msg, file=str(p), key=key) from None

@@ -12,7 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from labctl.analysis.samples import VariantRate
 from labctl.metrics.schema import parse_gctrace, read_hlog
@@ -25,6 +27,19 @@ def _uri(fig: Figure) -> str:
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class _PlainLog(LogFormatter):
+    """LogFormatter's choice of which ticks get a label, written as plain numbers (300, 0.1)."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _plain_log(axis: Axis) -> None:
+    """Tick labels of a log axis as plain numbers instead of 3×10², 10⁻¹."""
+    axis.set_major_formatter(_PlainLog())
+    axis.set_minor_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
 
 
 def _nines(p: float) -> float:
@@ -56,6 +71,7 @@ def percentile_spectrum(groups: dict[tuple[str, str], VariantRate], rate: str) -
     ax.set_xticklabels([f"{p:g}" for p in SPECTRUM[:-1]] + ["max"], rotation=45, fontsize=8)
     ax.set_xlabel("percentile (coordinated-omission corrected)")
     ax.set_ylabel("latency, ms (log)")
+    _plain_log(ax.yaxis)
     ax.set_title(f"latency by percentile at {rate}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -80,14 +96,17 @@ def latency_over_time(run_dir: Path, cells: list[dict[str, Any]], rate: str) -> 
             ax.text(0.5, 0.5, "no interval log", transform=ax.transAxes, ha="center")
             continue
         t0 = ivs[0].start_ns
-        xs = [(iv.start_ns - t0) / 1e9 for iv in ivs]
+        # Each point stands for its whole interval: draw it at the middle, so the GC markers
+        # (drawn at their own times) line up with the second they fell into.
+        xs = [((iv.start_ns + iv.end_ns) / 2 - t0) / 1e9 for iv in ivs]
         p99 = [
             iv.histogram.get_value_at_percentile(99) / 1000 if iv.histogram.get_total_count() else np.nan
             for iv in ivs
         ]
         mx = [iv.histogram.get_max_value() / 1000 if iv.histogram.get_total_count() else np.nan for iv in ivs]
-        ax.plot(xs, p99, label="p99", lw=1.2)
-        ax.plot(xs, mx, label="max", lw=0.8, alpha=0.7)
+        ax.plot(xs, p99, label="p99", lw=1.2, marker="o", ms=3)
+        ax.plot(xs, mx, label="max", lw=0.8, alpha=0.7, marker="o", ms=2)
+        ax.set_xlim(0, (ivs[-1].end_ns - t0) / 1e9)
         err = cdir / "server.err"
         if c["lang"] == "go" and err.is_file():
             events = [
@@ -98,7 +117,7 @@ def latency_over_time(run_dir: Path, cells: list[dict[str, Any]], rate: str) -> 
             if events:
                 ax.scatter(
                     [(e.time_ns - t0) / 1e9 for e in events],
-                    [(e.stw_us or 0) / 1000 for e in events],
+                    [max(e.stw_us or 0, 1.0) / 1000 for e in events],
                     marker="v",
                     color="crimson",
                     s=14,
@@ -106,10 +125,11 @@ def latency_over_time(run_dir: Path, cells: list[dict[str, Any]], rate: str) -> 
                     zorder=3,
                 )
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
         ax.set_ylabel("ms")
         ax.set_title(f"{variant} @ {rate}", fontsize=9, loc="left")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("seconds into the measurement")
     fig.suptitle("latency over time (corrected; one point per second)", fontsize=10)
     return _uri(fig)
@@ -163,16 +183,33 @@ def gc_pauses(groups: dict[tuple[str, str], VariantRate]) -> str | None:
     per_variant = {v: xs for v, xs in per_variant.items() if xs}
     if not per_variant:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    # Log axis: a pause below 1 µs is drawn at 1 µs.
+    per_variant = {v: list(np.maximum(np.asarray(xs, dtype=float), 1.0)) for v, xs in per_variant.items()}
     allv = np.concatenate([np.asarray(x) for x in per_variant.values()])
-    bins = np.logspace(np.log10(max(allv.min(), 1.0)), np.log10(allv.max() * 1.1 + 1), 30)
-    for v, xs in sorted(per_variant.items()):
-        ax.hist(xs, bins=list(bins), alpha=0.6, label=f"{v} ({len(xs)} cycles)")
+    names = sorted(per_variant)
+    if allv.size < 30:
+        # Too few cycles for a histogram (one bar of height 1 says nothing): one tick per cycle.
+        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(names)))
+        for i, v in enumerate(names):
+            ax.scatter(per_variant[v], [i] * len(per_variant[v]), marker="|", s=260, linewidths=2)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([f"{v} ({len(per_variant[v])} cycles)" for v in names], fontsize=8)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_xlim(allv.min() / 2, allv.max() * 2)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
+        # Edges padded beyond the data: a pause equal to the smallest one must not fall off the
+        # first bin through rounding of the log-spaced edges.
+        bins = np.logspace(np.log10(allv.min() / 1.25), np.log10(allv.max() * 1.25), 30)
+        for v in names:
+            ax.hist(per_variant[v], bins=list(bins), alpha=0.6, label=f"{v} ({len(per_variant[v])} cycles)")
+        ax.set_ylabel("cycles")
+        ax.legend(fontsize=8)
     ax.set_xscale("log")
+    _plain_log(ax.xaxis)
     ax.set_xlabel("stop-the-world pause per GC cycle, µs (GODEBUG=gctrace=1)")
-    ax.set_ylabel("cycles")
-    ax.set_title("GC pause distribution during measurement")
-    ax.legend(fontsize=8)
+    ax.set_title("GC pause distribution during measurement (all rates)")
     return _uri(fig)
 
 
