@@ -87,5 +87,11 @@ demo: deps venv workloads
 bench-workloads: venv workloads
 	$(PY) workloads/bench.py
 
+bench-ship: venv deps
+	$(PY) scripts/bench_ship.py
+
+bench-provision: venv deps
+	$(PY) scripts/bench_provision.py
+
 clean:
 	rm -rf build .venv

@@ -61,7 +61,9 @@ class PlaybookResult:
         return sum(h.changed for h in self.hosts.values())
 
     def failures(self) -> dict[str, str]:
-        return {n: h.msg for n, h in self.hosts.items() if not h.ok}
+        """Host → reason for every host that did not succeed (never an empty reason)."""
+        default = f"playbook {self.status} (rc {self.rc}); Ansible's output: {self.artifacts}"
+        return {n: h.msg or default for n, h in self.hosts.items() if not h.ok}
 
 
 def _event_msg(res: Mapping[str, Any]) -> str:
@@ -225,6 +227,9 @@ def run_playbook(
         cancel_callback=(lambda: cancel.is_set()) if cancel is not None else None,
         settings={"suppress_ansible_output": True},
     )
+    if runner.status == "canceled":
+        # Ctrl-C reached ansible-runner first: surface it as the interrupt it is.
+        raise KeyboardInterrupt
     builder.apply_stats(runner.stats)
     return builder.build(
         playbook,

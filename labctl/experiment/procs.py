@@ -51,6 +51,8 @@ def parse_samples(text: str) -> list[dict[str, Any]]:
         tag = parts[0]
         try:
             if tag == "T":
+                # A garbled T line starts no sample, and its readings must not land on the previous one.
+                cur = None
                 cur = {"time_ns": int(parts[1])}
                 samples.append(cur)
             elif cur is None:
@@ -84,13 +86,21 @@ class ProcessTracker:
         self.live: list[RemoteProcess] = []
 
     def start(
-        self, argv: list[str], env: dict[str, str], stdout_path: str, stderr_path: str
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        stdout_path: str,
+        stderr_path: str,
+        program: str | None = None,
     ) -> RemoteProcess:
+        """Start ``argv`` and record it. ``program`` is what runs once a numactl/taskset wrapper has
+        exec'd it; it is recorded as ``argv0`` so teardown recognises the process by its command line."""
         proc = self.runner.start(argv, env=env, stdout_path=stdout_path, stderr_path=stderr_path, cwd=None)
         self.live.append(proc)
+        argv0 = program or argv[0]
 
         def add(doc: dict[str, Any]) -> None:
-            doc.setdefault("processes", []).append({"pid": proc.pid, "argv0": argv[0], "run_id": self.run_id})
+            doc.setdefault("processes", []).append({"pid": proc.pid, "argv0": argv0, "run_id": self.run_id})
 
         self.store.update(self.host, add)
         return proc

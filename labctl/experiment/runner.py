@@ -364,7 +364,13 @@ class ExperimentRun:
         info: dict[str, Any] = {"start_ns": time.time_ns()}
         argv = self._server_argv(v, server, port, same_host)
         info["argv"] = shlex.join(argv)
-        proc = server.tracker.start(argv, self._server_env(v), f"{wd}/server.out", f"{wd}/server.err")
+        proc = server.tracker.start(
+            argv,
+            self._server_env(v),
+            f"{wd}/server.out",
+            f"{wd}/server.err",
+            program=self._bin(server, f"riskd-{v.lang}"),
+        )
         try:
             info["ready_line"] = server.runner.wait_for_line(proc, r"^READY ", timeout=180)
             info["ready_ns"] = time.time_ns()
@@ -412,7 +418,9 @@ class ExperimentRun:
             str(seed),
         ]
         argv += ["--max"] if rate is None else ["--rate", f"{rate:g}"]
-        proc = client.tracker.start(argv, {}, f"{wd}/loadgen.out", f"{wd}/loadgen.err")
+        proc = client.tracker.start(
+            argv, {}, f"{wd}/loadgen.out", f"{wd}/loadgen.err", program=self._bin(client, "loadgen")
+        )
         rc = client.tracker.wait(proc, duration + warmup + 60)
         if rc is None:
             client.tracker.stop(proc)
@@ -551,17 +559,23 @@ class ExperimentRun:
 
         tags = self._tags(out, out["server_host"])
         lines: list[str] = []
+        # The cell point's timestamp comes from the data (end of the last interval), so
+        # rebuilding the points later overwrites rather than duplicates.
+        cell_time_ns = time.time_ns()
         for name, kind in (("loadgen.hlog", "corrected"), ("loadgen-uncorrected.hlog", "uncorrected")):
             path = local / name
             if path.is_file():
-                lines += schema.to_lines(schema.latency_interval_points(tags, schema.read_hlog(path), kind))
+                intervals = schema.read_hlog(path)
+                if intervals and kind == "corrected":
+                    cell_time_ns = intervals[-1].end_ns
+                lines += schema.to_lines(schema.latency_interval_points(tags, intervals, kind))
         lines += schema.to_lines(
             [
                 schema.cell_summary_point(
                     tags,
                     {**out["summary"], "saturated": out["saturated"]},
                     out.get("server") or {},
-                    time.time_ns(),
+                    cell_time_ns,
                 )
             ]
         )
