@@ -11,8 +11,16 @@ import pytest
 
 from labctl.metrics.spool import Spool
 from tests.conftest import run_labctl
+from tests.metrics.test_dashboards import DASHBOARDS, load, regex_alternation, substitute, targets
 from tests.pipeline.conftest import DATA
-from tests.servers import Server, influx_field_counts, lp_field_counts, vm_expected_counts, vm_sample_counts
+from tests.servers import (
+    Server,
+    influx_field_counts,
+    influx_query,
+    lp_field_counts,
+    vm_expected_counts,
+    vm_sample_counts,
+)
 
 pytestmark = pytest.mark.integration
 TINY = str(DATA / "tiny.yaml")
@@ -31,10 +39,15 @@ def v1_env(data_dir: Path, server: Server) -> dict[str, str]:
     }
 
 
-def test_run_ships_every_point_to_influxd_v1(shared_data_dir: Path, influxd: Server) -> None:
+@pytest.fixture(scope="module")
+def v1_run(shared_data_dir: Path, influxd: Server) -> dict:
     r = run_labctl("run", TINY, "-i", "inventories/local.yml", "--json", env=v1_env(shared_data_dir, influxd))
     assert r.code == 0, r.stderr[-2000:]
-    doc = r.json
+    return dict(r.json)
+
+
+def test_run_ships_every_point_to_influxd_v1(v1_run: dict, influxd: Server) -> None:
+    doc = v1_run
     run_dir = Path(doc["run_dir"])
     for name in ("manifest.json", "results.json", "report.html"):
         assert (run_dir / name).is_file()
@@ -123,3 +136,19 @@ def test_failed_cell_is_recorded_and_run_goes_on(shared_data_dir: Path, tmp_path
     assert "exited" in next(c for c in cells if c["variant"] == "cpp")["error"]
     assert doc["failed_cells"] and doc["status"] == "completed"
     assert doc["points_pending"] > 0  # no InfluxDB configured: spooled, not lost
+
+
+def test_every_dashboard_query_returns_data_for_a_real_run(v1_run: dict, influxd: Server) -> None:
+    lines = spool_lines(Path(v1_run["run_dir"]))
+    times = [int(line.rsplit(" ", 1)[1]) for line in lines]
+    values = {
+        "experiment": "tiny",
+        "run_id": v1_run["run_id"],
+        "variant": regex_alternation(["go", "rust", "cpp"]),
+        "rate": regex_alternation(["400rps"]),
+    }
+    for path in DASHBOARDS:
+        for title, t in targets(load(path)):
+            q = substitute(t["query"], values, min(times), max(times))
+            series = [s for res in influx_query(influxd.url, q)["results"] for s in res.get("series", [])]
+            assert series, f"{path.name}: {title}: no data for {q}"
