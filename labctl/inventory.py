@@ -78,6 +78,7 @@ class Host:
             "ansible_become",
             "ansible_python_interpreter",
             "labctl_known_hosts",
+            "labctl_booking_required",  # teardown from state alone stays gated
         )
         return {k: self.vars[k] for k in keep if k in self.vars}
 
