@@ -45,21 +45,21 @@ $(VENV)/.installed: pyproject.toml
 # ---- workloads -> build/bin/<workload>-<lang> and build/bin/loadgen
 workloads: $(BIN)/riskd-go $(BIN)/riskd-rust $(BIN)/riskd-cpp $(BIN)/loadgen
 
-$(BIN)/riskd-go: $(shell find workloads/riskd/go -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
+$(BIN)/riskd-go: Makefile $(shell find workloads/riskd/go -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
 	@mkdir -p $(BIN)
 	cd workloads/riskd/go && CGO_ENABLED=0 $(GO) build $(GOFLAGS_REL) -o $@ .
 
-$(BIN)/riskd-rust: $(shell find workloads/riskd/rust/src workloads/riskd/rust/Cargo.* 2>/dev/null)
+$(BIN)/riskd-rust: Makefile $(shell find workloads/riskd/rust/src workloads/riskd/rust/Cargo.* 2>/dev/null)
 	@mkdir -p $(BIN)
 	cd workloads/riskd/rust && RUSTFLAGS="$(RUSTFLAGS_REL)" $(CARGO) build -q --release --locked \
 	    --target-dir $(ROOT)/build/target/riskd-rust
 	cp build/target/riskd-rust/release/riskd-rust $@
 
-$(BIN)/riskd-cpp: $(sort $(wildcard workloads/riskd/cpp/*.cpp workloads/riskd/cpp/*.hpp))
+$(BIN)/riskd-cpp: Makefile $(sort $(wildcard workloads/riskd/cpp/*.cpp workloads/riskd/cpp/*.hpp))
 	@mkdir -p $(BIN)
 	$(CXX) $(CXXFLAGS_REL) -o $@ $(sort $(wildcard workloads/riskd/cpp/*.cpp)) $(LDFLAGS_REL)
 
-$(BIN)/loadgen: $(shell find workloads/loadgen/src workloads/loadgen/Cargo.* 2>/dev/null)
+$(BIN)/loadgen: Makefile $(shell find workloads/loadgen/src workloads/loadgen/Cargo.* 2>/dev/null)
 	@mkdir -p $(BIN)
 	cd workloads/loadgen && RUSTFLAGS="$(RUSTFLAGS_REL)" $(CARGO) build -q --release --locked \
 	    --target-dir $(ROOT)/build/target/loadgen

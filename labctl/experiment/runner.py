@@ -274,8 +274,8 @@ class ExperimentRun:
             "controller": {"hostname": platform.node(), "python": platform.python_version()},
             "hosts": facts,
             "placement": {
-                "server": {"host": server.host.name, **server.role.model_dump()},
-                "client": {"host": client.host.name, **client.role.model_dump()},
+                "server": {**server.role.model_dump(), "host": server.host.name},
+                "client": {**client.role.model_dump(), "host": client.host.name},
             },
             "tuning": {name: snapshot_for_manifest(self.settings, name) for name in hosts},
             "labctl_version": __version__,

@@ -152,9 +152,16 @@ class ArtifactStore:
         return Artifact(name, digest, str(p), p.stat().st_size)
 
 
-def build_and_store(data_dir: Path, source_root: Path, source_rev: str | None) -> dict[str, Artifact]:
+def build_and_store(
+    data_dir: Path, source_root: Path, source_rev: str | None, source_dirty: bool | None = None
+) -> dict[str, Artifact]:
     """Build in ``source_root`` and put every binary into the store."""
     bins = build_workloads(source_root, log=Path(data_dir) / "artifacts" / "last-build.log")
     store = ArtifactStore(data_dir)
-    meta = {"source_rev": source_rev, "toolchains": toolchain_versions(), "flags": build_flags(source_root)}
+    meta = {
+        "source_rev": source_rev,
+        "source_dirty": source_dirty,
+        "toolchains": toolchain_versions(),
+        "flags": build_flags(source_root),
+    }
     return {name: store.put(name, p, meta) for name, p in bins.items()}

@@ -19,7 +19,8 @@ from labctl.workloads.build import Artifact, build_and_store
 def build(settings: Settings, source_root: Path | None = None) -> dict[str, Artifact]:
     """Build the workloads from ``source_root`` (default: this checkout) into the store."""
     root = source_root or project_root()
-    return build_and_store(settings.data_dir, root, revision(root).get("commit"))
+    rev = revision(root)
+    return build_and_store(settings.data_dir, root, rev.get("commit"), rev.get("dirty"))
 
 
 def deployed_hashes(settings: Settings, host: str) -> dict[str, str]:
