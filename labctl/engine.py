@@ -187,6 +187,8 @@ def run_playbook(
     cache = Path(data_dir) / "ansible" / "factcache"
     envvars = {
         "ANSIBLE_ROLES_PATH": str(root / "roles"),
+        # ansible-runner turns host-key checking off unless told otherwise; labctl keeps it on.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ServerAliveInterval=15",
         "ANSIBLE_GATHERING": "smart",
