@@ -77,25 +77,28 @@ def _cells_table(app: App, results: dict[str, Any]) -> None:
             app.err.print(f"[red]cell {c['cell_id']} failed:[/] {c['error']}")
 
 
-def _comparison_table(app: App, results: dict[str, Any]) -> None:
-    rows = results.get("comparisons") or []
-    if not rows:
-        return
-    t = Table(title=f"every variant against the baseline ({results.get('baseline')})", title_justify="left")
-    for col in ("rate", "metric", "variant", "ratio", "95% CI", "p", "verdict"):
+def _ratio_table(app: App, title: str, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Ratios with their interval and p-value, one row per comparison; ``keys`` lead each row."""
+    t = Table(title=title, title_justify="left")
+    for col in (*keys, "ratio", "95% CI", "p", "verdict"):
         t.add_column(col)
     for r in rows:
         ci = r.get("ci")
         t.add_row(
-            r["rate"],
-            r["metric"],
-            r["variant"],
+            *(str(r[k]) for k in keys),
             f"{r['ratio']:.3f}" if r.get("ratio") is not None else "—",
             f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—",
             f"{r['p_value']:.3g}" if r.get("p_value") is not None else "—",
             r.get("verdict", ""),
         )
     app.out.print(t)
+
+
+def _comparison_table(app: App, results: dict[str, Any]) -> None:
+    rows = results.get("comparisons") or []
+    if rows:
+        title = f"every variant against the baseline ({results.get('baseline')})"
+        _ratio_table(app, title, ("rate", "metric", "variant"), rows)
 
 
 @click.command("deploy")
@@ -305,21 +308,7 @@ def compare_cmd(app: App, run: str, other: str | None) -> int:
     b = store.dir(other)
     doc = compare_runs(store.results(a), store.results(b), noise_threshold=app.settings.noise_threshold)
     if not app.json_mode:
-        t = Table(title=f"{other} against {run}", title_justify="left")
-        for col in ("variant", "rate", "metric", "ratio", "95% CI", "p", "verdict"):
-            t.add_column(col)
-        for r in doc["rows"]:
-            ci = r.get("ci")
-            t.add_row(
-                r["variant"],
-                r["rate"],
-                r["metric"],
-                f"{r['ratio']:.3f}" if r.get("ratio") is not None else "—",
-                f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—",
-                f"{r['p_value']:.3g}" if r.get("p_value") is not None else "—",
-                r.get("verdict", ""),
-            )
-        app.out.print(t)
+        _ratio_table(app, f"{other} against {run}", ("variant", "rate", "metric"), doc["rows"])
     return app.finish(doc)
 
 
