@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import Server, ServerUnavailable, start_influxd, start_victoria_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 LABCTL = Path(sys.executable).parent / "labctl"
 
@@ -60,3 +62,44 @@ def run_labctl(
 @pytest.fixture
 def labctl() -> Any:
     return run_labctl
+
+
+# Real servers for the tests that need them: a missing binary fails the test, never skips it.
+def _start(starter: Any, tmp: Path) -> Server:
+    try:
+        server: Server = starter(tmp)
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    return server
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One influxd for the session (tests isolate themselves by run_id)."""
+    server = _start(start_influxd, tmp_path_factory.mktemp("influxd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One VictoriaMetrics for the session (tests isolate themselves by run_id)."""
+    server = _start(start_victoria_metrics, tmp_path_factory.mktemp("vm"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influxd_own(tmp_path: Path) -> Iterator[Server]:
+    """An influxd of this test's own, which the test may stop and restart."""
+    server = _start(start_influxd, tmp_path / "servers")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def victoria_own(tmp_path: Path) -> Iterator[Server]:
+    """A VictoriaMetrics of this test's own, which the test may stop and restart."""
+    server = _start(start_victoria_metrics, tmp_path / "servers")
+    yield server
+    server.stop()

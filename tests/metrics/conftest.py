@@ -7,7 +7,6 @@ must not pass on a machine that cannot check what it claims.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,55 +17,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.metrics.rundata import run_lines, synthetic_lines  # noqa: E402
-from tests.servers import (  # noqa: E402
-    Server,
-    ServerUnavailable,
-    start_influxd,
-    start_victoria_metrics,
-)
 
 FAKE_TOKEN = "FAKE-tok3n-7f1c9a-DO-NOT-LEAK"
 FAKE_PASSWORD = "FAKE-passw0rd-2b8e-DO-NOT-LEAK"
-
-
-def _start(starter: Any, tmp: Path) -> Server:
-    try:
-        server: Server = starter(tmp)
-    except ServerUnavailable as exc:
-        pytest.fail(str(exc))
-    return server
-
-
-@pytest.fixture(scope="session")
-def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One influxd for the session (tests isolate themselves by run_id)."""
-    server = _start(start_influxd, tmp_path_factory.mktemp("influxd"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One VictoriaMetrics for the session (tests isolate themselves by run_id)."""
-    server = _start(start_victoria_metrics, tmp_path_factory.mktemp("vm"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def influxd_own(tmp_path: Path) -> Iterator[Server]:
-    """An influxd of this test's own, which the test may stop and restart."""
-    server = _start(start_influxd, tmp_path / "servers")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def victoria_own(tmp_path: Path) -> Iterator[Server]:
-    """A VictoriaMetrics of this test's own, which the test may stop and restart."""
-    server = _start(start_victoria_metrics, tmp_path / "servers")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -161,7 +161,7 @@ def test_unconfigured_ships_nothing(tmp_path: Path) -> None:
 def test_missing_server_binary_fails_not_skips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The fixtures turn a missing influxd / victoria-metrics into a failure."""
     import tests.servers as servers
-    from tests.metrics.conftest import _start
+    from tests.conftest import _start
 
     monkeypatch.setattr(servers, "INFLUXD", "influxd-not-installed-here")
     monkeypatch.setattr(servers.os.path, "exists", lambda p: False)

@@ -80,7 +80,8 @@ def test_run_ships_to_victoria_metrics_v2(shared_data_dir: Path, victoria: Serve
     assert "not-checked" not in r.stdout + r.stderr
 
 
-def test_outage_mid_run_then_ship_without_duplicates(shared_data_dir: Path, influxd: Server) -> None:
+def test_outage_mid_run_then_ship_without_duplicates(shared_data_dir: Path, influxd_own: Server) -> None:
+    influxd = influxd_own  # this test stops and restarts its server
     env = v1_env(shared_data_dir, influxd)
     stopped = threading.Event()
 
