@@ -8,7 +8,6 @@ read. Events drive the live progress display and carry facts back to labctl.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -211,8 +210,9 @@ def run_playbook(
             on_event(event)
         return True
 
-    # ansible-runner looks ansible-playbook up on PATH: the interpreter's own bin first.
-    os.environ["PATH"] = ansible_env()["PATH"]
+    # ansible-runner looks ansible-playbook up on the PATH it passes to the play:
+    # the interpreter's own bin first (without changing this process's environment).
+    envvars["PATH"] = ansible_env()["PATH"]
     started = time.monotonic()
     runner = ansible_runner.run(
         private_data_dir=str(private),
