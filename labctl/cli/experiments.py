@@ -181,24 +181,74 @@ def _run_code(report: Any) -> int:
     return 0 if o.status == "completed" and all(c.get("status") == "ok" for c in o.cells) else 1
 
 
+def _plan(app: App, exp: Any, hosts: list[Any]) -> int:
+    """--check for run: the matrix, placement and time it would take; nothing is started."""
+    from labctl.experiment.matrix import expand
+    from labctl.experiment.runner import choose_host
+
+    cells = expand(exp)
+    load = exp.load
+    per_cell = load.warmup + load.duration + 3  # start, readiness, stop
+    capacity = (load.capacity.warmup + load.capacity.duration + 3) * len(exp.variants) if load.relative else 0
+    server = choose_host(hosts, exp.placement.server, "server")
+    client = choose_host(hosts, exp.placement.client, "client")
+    doc = {
+        "check": True,
+        "experiment": exp.name,
+        "cells": [
+            {"cell_id": c.cell_id, "variant": c.variant.name, "rate": c.rate_label, "rep": c.rep}
+            for c in cells
+        ],
+        "placement": {"server": server.name, "client": client.name},
+        "capacity_first": load.relative,
+        "estimated_s": round(capacity + per_cell * len(cells)),
+        "claims": [{"claim": c.id, "expect": c.expect} for c in exp.claims],
+    }
+    if not app.json_mode:
+        t = Table(
+            title=f"{exp.name}: {len(cells)} cells (repetitions outermost, variants interleaved)",
+            title_justify="left",
+        )
+        for col in ("cell", "variant", "rate", "rep"):
+            t.add_column(col)
+        for c in doc["cells"]:
+            t.add_row(c["cell_id"], c["variant"], c["rate"], str(c["rep"]))
+        app.out.print(t)
+        app.out.print(
+            f"server on {server.name}, load generator on {client.name}; "
+            + ("capacities measured first; " if load.relative else "")
+            + f"about {doc['estimated_s'] / 60:.1f} min. Nothing was started (--check)."
+        )
+    return app.finish(doc)
+
+
 @click.command("run")
 @click.argument("experiment", type=click.Path(path_type=Path))
-@host_options(check=False)
+@host_options()
 @click.option("--quick", is_flag=True, help="A few seconds per cell, one repetition (demos, tests).")
 @json_option
 @pass_app
 def run_cmd(
-    app: App, experiment: Path, inventory: Path | None, limit: str | None, booking_id: str | None, quick: bool
+    app: App,
+    experiment: Path,
+    inventory: Path | None,
+    limit: str | None,
+    booking_id: str | None,
+    check: bool,
+    quick: bool,
 ) -> int:
     """Run EXPERIMENT (a YAML spec) on the inventory's hosts and report verdicts.
 
     Deploys what is missing first. Every point is spooled before it is shipped.
+    --check prints the matrix, the placement and an estimate of the time, and starts nothing.
     """
     from labctl.experiment.service import run_experiment
     from labctl.experiment.spec import load_experiment
 
     exp = load_experiment(experiment, quick=quick)
     inv, hosts = target_hosts(app, inventory, limit, booking_id, "run")
+    if check:
+        return _plan(app, exp, hosts)
     with AnsibleProgress(app.err, "deploy", [h.name for h in hosts]) as progress:
         report = run_experiment(
             app.settings, exp, inv, hosts, spec_file=experiment, quick=quick, log=app.info, on_event=progress

@@ -62,7 +62,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def choose_host(inv: Inventory, hosts: list[Host], role: Role, kind: str) -> Host:
+def choose_host(hosts: list[Host], role: Role, kind: str) -> Host:
     """The placement's host: named, else one whose labctl_role fits, else the first."""
     names = {h.name: h for h in hosts}
     if role.host:
@@ -137,7 +137,7 @@ class ExperimentRun:
 
     # ----- set-up -------------------------------------------------------------------
     def _place(self, kind: str, role: Role) -> Placed:
-        host = choose_host(self.inv, self.hosts, role, kind)
+        host = choose_host(self.hosts, role, kind)
         runner = runner_for(host)
         root = (self.store.get(host.name).get("deployed") or {}).get("root")
         if not root:
@@ -177,7 +177,7 @@ class ExperimentRun:
         server = self._place("server", self.exp.placement.server)
         client = (
             server
-            if choose_host(self.inv, self.hosts, self.exp.placement.client, "client").name == server.host.name
+            if choose_host(self.hosts, self.exp.placement.client, "client").name == server.host.name
             else self._place("client", self.exp.placement.client)
         )
         same_host = client.host.name == server.host.name

@@ -123,3 +123,22 @@ def test_provision_local_is_idempotent_and_records_facts(tmp_path: Path) -> None
     assert chk.code == 0 and chk.json["check"] is True
     hosts = run_labctl("hosts", "--json", env=env)
     assert "localhost" in hosts.json["facts"]
+
+
+def test_run_check_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "untouched"
+    r = run_labctl(
+        "run",
+        "experiments/gc-tail-latency.yaml",
+        "-i",
+        "inventories/local.yml",
+        "--check",
+        "--json",
+        env={"LABCTL_DATA_DIR": str(data)},
+    )
+    assert r.code == 0, r.stderr
+    doc = r.json
+    assert doc["check"] and len(doc["cells"]) == 5 * 3 * 3 and doc["capacity_first"]
+    assert [c["variant"] for c in doc["cells"][:5]] == ["go", "go-gogc400", "go-memlimit", "rust", "cpp"]
+    assert doc["estimated_s"] > 45 * 35
+    assert not (data / "runs").exists() and not (data / "state").exists()
