@@ -153,3 +153,21 @@ def test_every_dashboard_query_returns_data_for_a_real_run(v1_run: dict, influxd
             q = substitute(t["query"], values, min(times), max(times))
             series = [s for res in influx_query(influxd.url, q)["results"] for s in res.get("series", [])]
             assert series, f"{path.name}: {title}: no data for {q}"
+
+
+def test_compare_a_run_with_itself_and_with_its_baseline(v1_run: dict, shared_data_dir: Path) -> None:
+    env = {"LABCTL_DATA_DIR": str(shared_data_dir)}
+    rid = v1_run["run_id"]
+    same = run_labctl("compare", rid, rid, "--json", env=env)
+    assert same.code == 0, same.stderr
+    rows = same.json["rows"]
+    assert {r["variant"] for r in rows} == {"go", "rust", "cpp"}
+    assert all(r["ratio"] == 1.0 and r["verdict"] == "no significant difference" for r in rows)
+    base = run_labctl("compare", rid, "--json", env=env)
+    assert base.code == 0
+    assert {(r["variant"], r["baseline"]) for r in base.json["comparisons"]} == {
+        ("rust", "go"),
+        ("cpp", "go"),
+    }
+    human = run_labctl("report", rid, env=env)
+    assert human.code == 0 and "claims" in human.stdout and "report.html" in human.stdout
