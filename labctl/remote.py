@@ -249,6 +249,9 @@ rm -f "$exitf" "$exitf.tmp" || exit 97
 ) &
 """
 
+# How long a dead process's supervisor may take to record its exit code.
+EXIT_FILE_GRACE_S = 10.0
+
 SIGNAL_SCRIPT = r"""
 [ -e "$1" ] && exit 3
 kill -s "$2" "$3"
@@ -392,15 +395,20 @@ class Runner(ABC):
             pass
         try:
             state = proc_state(self.read_bytes(f"/proc/{proc.pid}/stat").decode(errors="replace"))
-        except (FileNotFoundError, ProcessLookupError):  # the process exited while we read its stat
+        except OSError:
+            # The process exited while we read its stat: ENOENT, ESRCH locally, SFTP's
+            # generic "Failure" remotely. A lost connection fails the exit-file read above.
             return "gone"
         return "gone" if state == "Z" else None
 
     def status(self, proc: RemoteProcess) -> int | None:
         """Exit code of ``proc``, or None while it runs. Raises :class:`ProcessLost` if it vanished unrecorded."""
         st = self._status_raw(proc)
-        if st == "gone":  # the supervisor may be between reaping and writing the exit file
-            time.sleep(0.3)
+        # Dead but not yet recorded: the supervisor has still to reap it and write the exit
+        # file, which on a saturated host can take a while. The process is gone either way.
+        deadline = time.monotonic() + EXIT_FILE_GRACE_S
+        while st == "gone" and time.monotonic() < deadline:
+            time.sleep(0.1)
             st = self._status_raw(proc)
         if st == "gone":
             raise ProcessLost(
