@@ -171,7 +171,8 @@ def run_playbook(
 ) -> PlaybookResult:
     """Run ``playbooks/<playbook>`` and return the typed outcome.
 
-    ``hosts`` are the names expected to report (used to mark hosts that never did).
+    ``hosts`` are the names expected to report (used to mark hosts that never did); the
+    play is limited to them unless ``limit`` says otherwise.
     Ansible's own output goes to ``<data_dir>/ansible/<ident>/artifacts``.
     """
     import ansible_runner  # imported lazily: it is slow to import
@@ -219,7 +220,7 @@ def run_playbook(
         project_dir=str(root),
         playbook=str(pb),
         inventory=str(Path(inventory).resolve()),
-        limit=limit or None,
+        limit=limit or ",".join(hosts),
         extravars=dict(extravars or {}),
         cmdline="--check --diff" if check else None,
         envvars=envvars,

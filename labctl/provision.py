@@ -39,7 +39,6 @@ def provision(
         inv.path,
         data_dir=settings.data_dir,
         hosts=names,
-        limit=",".join(names),
         check=check,
         forks=settings.forks,
         on_event=on_event,

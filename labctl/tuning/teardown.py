@@ -108,7 +108,6 @@ def teardown(
         targets.inventory.path,
         data_dir=settings.data_dir,
         hosts=names,
-        limit=",".join(names),
         extravars={"labctl_teardown_plans": work},
         check=check,
         forks=settings.forks,

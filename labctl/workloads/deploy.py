@@ -58,7 +58,6 @@ def deploy(
         inv.path,
         data_dir=settings.data_dir,
         hosts=names,
-        limit=",".join(names),
         extravars=extravars,
         check=check,
         forks=settings.forks,
